@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import struct
 import threading
 import time
 import uuid
@@ -31,11 +32,14 @@ from typing import Any
 import msgspec
 
 from automem_jax.records import EpisodeSummary, Transition
+from automem_jax.transport.blocks import HDR_LEN, HEADER
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: a batch is a header frame plus a record-block frame
 MAGIC = b"AMJ"
 PREFIX = MAGIC + bytes([PROTOCOL_VERSION])
 PREFIX_LEN = len(PREFIX)
+_PREFIX_INT = int.from_bytes(PREFIX, "little")
+_RECORD_START = struct.Struct("<IIQI")  # a record header (blocks.HEADER) and the first 4 bytes of its frame
 
 log = logging.getLogger("automem.transport")
 
@@ -143,18 +147,19 @@ class LatestStateReply(Msg, tag="latest_state_reply", kw_only=True):
 
 
 class DataBatch(Msg, tag="data", kw_only=True):
-    """Records ``first_seq .. first_seq + len(records) - 1`` of a stream, in one ZeroMQ frame.
+    """The header of records ``first_seq .. first_seq + count - 1`` of a stream.
 
-    Each record is itself a complete frame (prefix + encoded :class:`TransitionMsg` or
-    :class:`EpisodeSummaryMsg`, as kept in the actor's spool) and is validated on its own, so one bad
-    record is dropped without losing its batch. (One frame per batch: pyzmq's per-part cost makes
-    multipart batches slower than no batching at all.)
+    A batch is one ZeroMQ message of two frames: this header, then the records as a block in the layout of
+    :mod:`~automem_jax.transport.blocks` (each record a complete frame -- prefix + encoded
+    :class:`TransitionMsg` or :class:`EpisodeSummaryMsg` -- behind its length and sequence number). That
+    block is a slice of the actor's spool, sent without re-encoding or copying. Each record is validated on
+    its own, so one bad record is dropped without losing its batch.
     """
 
     stream: str
     first_seq: int
     committed: int  # the sender's spool has deleted everything up to here
-    records: list[memoryview]  # decoded as zero-copy views into the received frame; send bytes
+    count: int  # records in the block frame
 
 
 class Ack(Msg, tag="ack", kw_only=True):
@@ -301,6 +306,11 @@ class Codec:
     def encode(self, msg: Msg) -> bytes:
         return PREFIX + self._enc.encode(msg)
 
+    def encode_into(self, msg: Msg, buf: bytearray) -> None:
+        """Append the frame of ``msg`` to ``buf`` (no intermediate bytes object)."""
+        buf += PREFIX
+        self._enc.encode_into(msg, buf, -1)
+
     # -- decode
     def drop(self, reason: str, detail: str = "", frame: bytes | memoryview | None = None) -> None:
         self.counters.inc(f"dropped/{reason}")
@@ -350,6 +360,55 @@ class Codec:
         return msg
 
 
+    def decode_block(self, block: bytes | memoryview, first_seq: int, count: int,
+                     skip: int = 0) -> list[TransitionMsg | EpisodeSummaryMsg | None]:
+        """Records ``first_seq + skip .. first_seq + count - 1`` of a record block (layout in
+        :mod:`~automem_jax.transport.blocks`), decoded and validated; ``None`` for each one that is dropped
+        (counted like :meth:`decode`). Always ``count - skip`` items, so every position can be consumed: after a
+        broken record header (wrong length or sequence number) the rest of the block is unusable and dropped.
+
+        This is the learner's hot loop, so the common case is inlined: one unpack reads the record header and
+        the frame's protocol prefix together.
+        """
+        view = block if isinstance(block, memoryview) else memoryview(block)
+        end = len(view)
+        limit = self.max_message_bytes
+        decode = self._dec_data.decode
+        unpack = _RECORD_START.unpack_from
+        out: list[TransitionMsg | EpisodeSummaryMsg | None] = []
+        off = 0
+        for i in range(count):
+            if off + _RECORD_START.size <= end:
+                n, _check, seq, prefix = unpack(view, off)
+            elif off + HDR_LEN <= end:
+                (n, _check, seq), prefix = HEADER.unpack_from(view, off), -1
+            else:
+                n = seq = prefix = -1
+            body = off + HDR_LEN
+            nxt = body + n
+            if seq != first_seq + i or n < 0 or nxt > end:
+                self.drop("malformed", f"record {first_seq + i}: broken record header in a batch "
+                                       f"({count - i} records from here dropped)")
+                out.extend(None for _ in range(max(0, count - max(i, skip))))
+                return out
+            off = nxt
+            if i < skip:
+                continue
+            msg = None
+            if prefix == _PREFIX_INT and n <= limit:
+                try:
+                    msg = decode(view[body + PREFIX_LEN:nxt])
+                except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, MemoryError, ValueError):
+                    msg = None
+                else:
+                    if not (type(msg) is TransitionMsg and msg.msg_id == msg.transition.id and msg.sender) and \
+                            check_semantics(msg):
+                        msg = None
+            if msg is None:  # not the common case: classify and count the reason (or accept a rarer valid form)
+                msg = self.decode(view[body:nxt], DATA_TYPES)  # type: ignore[assignment]
+            out.append(msg)
+        return out
+
     def decode_record(self, frame: bytes | memoryview) -> TransitionMsg | EpisodeSummaryMsg | None:
         """:meth:`decode` for one record of a batch, with a fast path for the common, valid case."""
         if len(frame) <= self.max_message_bytes and frame[:4] == PREFIX:
@@ -379,8 +438,8 @@ def check_semantics(msg: Msg) -> str:
     if isinstance(msg, DataBatch):
         if not 1 <= msg.first_seq <= MAX_POSITION or not 0 <= msg.committed < msg.first_seq or not msg.stream:
             return f"bad batch (first_seq={msg.first_seq}, committed={msg.committed}, stream={msg.stream!r})"
-        if not msg.records:
-            return "empty batch"
+        if not 1 <= msg.count <= MAX_POSITION:
+            return f"bad record count {msg.count}"
     elif isinstance(msg, Ack):
         if not 0 <= msg.committed <= msg.received <= MAX_POSITION:
             return f"bad ack positions (received={msg.received}, committed={msg.committed})"

@@ -14,9 +14,10 @@ Protocol
 * The actor writes every record (an encoded :class:`TransitionMsg` or :class:`EpisodeSummaryMsg`) to its
   :class:`~automem_jax.transport.spool.Spool` first; the spool numbers records 1, 2, 3... in a stream whose
   id is persisted with the spool, so an actor restart continues the same stream.
-* Records travel in order, in batches: one ZeroMQ message = one :class:`DataBatch` frame holding up to
-  ``max_batch`` records (each still a complete, separately validated frame). At most ``max_inflight``
-  records and ``max_inflight_bytes`` are unacknowledged (the credit window).
+* Records travel in order, in batches: one ZeroMQ message = a :class:`DataBatch` header frame and a frame
+  holding up to ``max_batch`` records as a record block (:mod:`~automem_jax.transport.blocks`), a slice of
+  the spool sent as is. Each record is still a complete, separately validated frame. At most
+  ``max_inflight`` records and ``max_inflight_bytes`` are unacknowledged (the credit window).
   The DEALER has ``ZMQ_IMMEDIATE`` set, so while the learner is down a send fails at once instead of
   queueing: records simply stay in the spool (counted as ``spooled``).
 * The learner keeps, per stream, the highest sequence number processed (``received``). A record at
@@ -60,6 +61,7 @@ import zmq
 
 import automem_jax
 from automem_jax.records import EpisodeSummary, Transition
+from automem_jax.transport.blocks import HDR_LEN, RecordBlock
 from automem_jax.transport.config import TransportConfig
 from automem_jax.transport.messages import (
     DATA_TYPES,
@@ -167,22 +169,23 @@ class TransitionSender:
 
     def send_many(self, msgs: list[Any], timeout_s: float | None = None) -> int:
         """Spool several records with one disk write; returns the last sequence number."""
-        frames = [self._encode(m) for m in msgs]
-        if not frames:
+        block = RecordBlock.encode(msgs, self._encode_into)  # outside the lock: the network thread keeps going
+        n = len(block)
+        if not n:
             return self.spool.last_seq
-        total = sum(len(f) for f in frames)
+        total = len(block.data)
         deadline = time.monotonic() + (self.cfg.send_timeout_s if timeout_s is None else timeout_s)
         while True:
             with self._lock:
                 self._check_open()
-                if self.spool.fits(total, len(frames)) or time.monotonic() >= deadline:
-                    seq = self.spool.append_many(frames)  # raises SpoolFullError with the details when full
-                    self.counters.inc("enqueued", len(frames))
-                    self.counters.inc("bytes_enqueued", total)
+                if self.spool.fits(total, 0) or time.monotonic() >= deadline:
+                    seq = self.spool.append_block(block)  # raises SpoolFullError with the details when full
+                    self.counters.inc("enqueued", n)
+                    self.counters.inc("bytes_enqueued", block.payload_bytes)
                     if self.next_seq - 1 - self.received > self.cfg.max_inflight // 2:
                         self._drain_acks(0.0)
                     self._transmit()
-                    waiting = seq - max(self.next_seq, seq - len(frames) + 1) + 1
+                    waiting = seq - max(self.next_seq, seq - n + 1) + 1
                     if waiting > 0:  # not all could go out now: they wait in the spool
                         self.counters.inc("spooled", waiting)
                     return seq
@@ -261,19 +264,23 @@ class TransitionSender:
         if self._closed:
             raise RuntimeError(f"sender {self.sender_id} is closed")
 
-    def _encode(self, m: Any) -> bytes:
-        if isinstance(m, Transition):
+    def _encode_into(self, m: Any, buf: bytearray) -> None:
+        """Append the record's frame to ``buf`` (a block being built); raises before anything is spooled."""
+        if type(m) is Transition:
+            m = TransitionMsg(msg_id=m.id, sender=self.sender_id, transition=m)
+        elif isinstance(m, Transition):
             m = transition_msg(m, self.sender_id)
         elif isinstance(m, EpisodeSummary):
             m = summary_msg(m, self.sender_id)
         elif not isinstance(m, DATA_TYPES):
             raise TypeError(f"the transition channel carries Transition/EpisodeSummary messages, not {type(m).__name__}")
-        frame = self.codec.encode(m)
-        if len(frame) > self.cfg.max_message_bytes:
+        start = len(buf)
+        self.codec.encode_into(m, buf)
+        size = len(buf) - start
+        if size > self.cfg.max_message_bytes:
             raise MessageTooLargeError(
-                f"{type(m).__name__} {m.msg_id!r} encodes to {len(frame)} bytes > transport.max_message_bytes="
+                f"{type(m).__name__} {m.msg_id!r} encodes to {size} bytes > transport.max_message_bytes="
                 f"{self.cfg.max_message_bytes}; the learner would drop it")
-        return frame
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -299,8 +306,6 @@ class TransitionSender:
         if now - self._last_heartbeat >= self.cfg.heartbeat_interval_s:
             self._send_status(Heartbeat)
         self._transmit()
-        if self.spool.fsync_interval_s and now - self.spool._last_fsync >= self.spool.fsync_interval_s:
-            self.spool.sync()
 
     def _drain_monitor(self) -> None:
         from zmq.utils.monitor import recv_monitor_message
@@ -411,24 +416,25 @@ class TransitionSender:
             if not self.sock.getsockopt(zmq.EVENTS) & zmq.POLLOUT:  # no connection, or the learner's queue is full
                 self.counters.inc("send_blocked")
                 return
-            frames = self.spool.read(self.next_seq, min(room, cfg.max_batch), min(room_bytes, cfg.max_batch_bytes))
-            batch = DataBatch(msg_id=f"{self.stream}/{self.next_seq}+{len(frames)}", sender=self.sender_id,
-                              stream=self.stream, first_seq=self.next_seq, committed=self.spool.committed,
-                              records=frames)
+            block, n = self.spool.read_block(self.next_seq, min(room, cfg.max_batch),
+                                             min(room_bytes, cfg.max_batch_bytes))
+            header = DataBatch(msg_id=f"{self.stream}/{self.next_seq}+{n}", sender=self.sender_id,
+                               stream=self.stream, first_seq=self.next_seq, committed=self.spool.committed, count=n)
             try:
-                self.sock.send(self.codec.encode(batch), zmq.NOBLOCK)
+                # zero-copy for large blocks: spool blocks are never modified once appended
+                self.sock.send_multipart([self.codec.encode(header), block], zmq.NOBLOCK, copy=False)
             except zmq.Again:  # no connection (IMMEDIATE) or the learner's queue is full: backpressure
                 self.counters.inc("send_blocked")
                 return
             if self.next_seq - 1 == self.received:  # nothing was in flight: the ack clock starts now
                 self._last_progress = time.monotonic()
-            self.next_seq += len(frames)
-            nb = sum(len(f) for f in frames)
+            self.next_seq += n
+            nb = len(block) - HDR_LEN * n
             self._inflight.append((self.next_seq - 1, nb))
             self._inflight_bytes += nb
             new = max(0, self.next_seq - 1 - self._max_sent)
             self.counters.inc("sent", new)
-            self.counters.inc("replayed", len(frames) - new)
+            self.counters.inc("replayed", n - new)
             self.counters.inc("bytes_sent", nb)
             self.counters.inc("batches_sent")
             self._max_sent = max(self._max_sent, self.next_seq - 1)
@@ -580,17 +586,26 @@ class TransitionReceiver:
         self.counters.inc("frames_received")
         identity = parts[0]
         body = parts[1:]
-        if len(body) == 2 and len(body[0]) == 0:  # a REQ-style envelope; tolerate it
+        if len(body) >= 2 and len(body[0]) == 0:  # a REQ-style envelope; tolerate it
             body = body[1:]
-        if len(body) != 1:
-            self.codec.drop("bad_envelope", f"{len(body)} message frames (expected 1)")
+        if not 1 <= len(body) <= 2:
+            self.codec.drop("bad_envelope", f"{len(body)} message frames (expected 1, or 2 for a data batch)")
             return
-        self.counters.inc("bytes_received", len(body[0]))
-        msg = self.codec.decode(body[0], (DataBatch, Hello, Heartbeat), self.cfg.batch_frame_limit)
+        self.counters.inc("bytes_received", sum(len(b) for b in body))
+        msg = self.codec.decode(body[0], (DataBatch, Hello, Heartbeat))
         if msg is None:
             return
         if isinstance(msg, DataBatch):
-            self._on_batch(identity, msg, out, touched)
+            if len(body) != 2:
+                self.codec.drop("bad_envelope", "a data batch header without its record frame")
+            elif len(body[1]) > self.cfg.batch_frame_limit:
+                self.codec.drop("oversized", f"record frame of {len(body[1])} bytes > {self.cfg.batch_frame_limit}")
+            elif msg.count * HDR_LEN > len(body[1]):
+                self.codec.drop("invalid", f"a batch of {msg.count} records in {len(body[1])} bytes")
+            else:
+                self._on_batch(identity, msg, body[1], out, touched)
+        elif len(body) != 1:
+            self.codec.drop("bad_envelope", f"{type(msg).__name__} with {len(body)} frames (expected 1)")
         else:
             self._on_status(identity, msg)
 
@@ -645,9 +660,10 @@ class TransitionReceiver:
             st = self._stream(msg.stream, msg.sender, msg.committed, identity)
             self._send_ack(st, rewind=st.hw < msg.sent_through, reply_to=msg.msg_id)
 
-    def _on_batch(self, identity: bytes, batch: DataBatch, out: list[DataMsg], touched: dict[str, StreamState]) -> None:
+    def _on_batch(self, identity: bytes, batch: DataBatch, block: Any, out: list[DataMsg],
+                  touched: dict[str, StreamState]) -> None:
         c = self.counters
-        frames = batch.records
+        count = batch.count
         st = self._stream(batch.stream, batch.sender, batch.committed, identity)
         p = self.peers.get(batch.sender)
         if p is not None:
@@ -656,25 +672,23 @@ class TransitionReceiver:
         if seq > st.hw + 1:
             # records between were lost (a connection broke): ask for them again, once per position
             c.inc("gaps")
-            c.inc("out_of_order", len(frames))
+            c.inc("out_of_order", count)
             now = time.monotonic()
             if st.last_nack[0] != st.hw or now - st.last_nack[1] > self.cfg.ack_timeout_s / 2:
                 st.last_nack = (st.hw, now)
                 self._send_ack(st, rewind=True)
             return
         touched[batch.stream] = st
-        skip = st.hw + 1 - seq
-        if skip > 0:
-            c.inc("duplicates", min(skip, len(frames)))
-            frames = frames[skip:]
-        decode = self.codec.decode_record
+        skip = max(0, st.hw + 1 - seq)
+        if skip:
+            c.inc("duplicates", min(skip, count))
+        msgs = self.codec.decode_block(block, seq, count, skip)
+        st.hw += len(msgs)
         recent = self._recent
         order = self._recent_order
         window = self.cfg.dedup_window
         delivered = dups = 0
-        for frame in frames:
-            st.hw += 1
-            msg = decode(frame)
+        for msg in msgs:
             if msg is None:
                 continue
             mid = msg.msg_id
@@ -683,11 +697,11 @@ class TransitionReceiver:
                 continue
             recent.add(mid)
             order.append(mid)
-            if len(order) > window:
-                recent.discard(order.popleft())
-            out.append(msg)  # type: ignore[arg-type]
+            out.append(msg)
             delivered += 1
-        c.inc("processed", len(frames))
+        while len(order) > window:
+            recent.discard(order.popleft())
+        c.inc("processed", len(msgs))
         c.inc("delivered", delivered)
         if dups:
             c.inc("duplicates", dups)

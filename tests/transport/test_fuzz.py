@@ -21,6 +21,7 @@ from automem_jax.transport import (
     schema_announcement,
 )
 from automem_jax.transport import messages as m
+from automem_jax.transport.blocks import RecordBlock
 from automem_jax.transport.reliable import TransitionReceiver
 from automem_jax.transport.samples import sample_summary, sample_transition
 
@@ -97,18 +98,25 @@ def _codec() -> m.Codec:
     return m.Codec()
 
 
+def _batch(c: m.Codec, stream: str, frames: list[bytes]) -> list[bytes]:
+    """A data batch as the sender puts it on the wire: header frame, record-block frame."""
+    block = RecordBlock.from_frames(frames)
+    block.number(1)
+    header = c.encode(m.DataBatch(msg_id="b", sender="fuzzer", stream=stream, first_seq=1, committed=0,
+                                  count=len(frames)))
+    return [header, bytes(block.data)]
+
+
 def _valid_transition_channel() -> list[list[bytes]]:
     c = _codec()
     recs = [c.encode(m.transition_msg(sample_transition(i, "fuzzer"))) for i in range(3)]
     summ = c.encode(m.summary_msg(sample_summary(1, "fuzzer")))
-    batch = c.encode(m.DataBatch(msg_id="b", sender="fuzzer", stream="fuzz-stream", first_seq=1, committed=0,
-                                 records=recs))
-    one = c.encode(m.DataBatch(msg_id="b", sender="fuzzer", stream="fuzz-stream", first_seq=1, committed=0,
-                               records=[summ]))
+    batch = _batch(c, "fuzz-stream", recs)
+    one = _batch(c, "fuzz-stream", [summ])
     hello = c.encode(m.Hello(msg_id="h", sender="fuzzer", stream="fuzz-stream", sent_through=3))
     hb = c.encode(m.Heartbeat(msg_id="h", sender="fuzzer", stream="fuzz-stream", sent_through=3))
     ack = c.encode(m.Ack(msg_id="a", sender="l", stream="fuzz-stream", received=1, committed=1))
-    return [[batch], [one], [hello], [hb], [ack], [recs[0]], [batch, batch]]
+    return [batch, one, [hello], [hb], [ack], [recs[0]], batch + batch, [batch[0]], [hello, batch[1]]]
 
 
 def _mutated_batches(rng: random.Random, n: int) -> list[list[bytes]]:
@@ -118,8 +126,7 @@ def _mutated_batches(rng: random.Random, n: int) -> list[list[bytes]]:
     out = []
     for i in range(n):
         recs = [_mutate(rng, g) if rng.random() < 0.8 else g for g in good]
-        out.append([c.encode(m.DataBatch(msg_id="b", sender="fuzzer", stream=f"fuzz-{i}", first_seq=1,
-                                         committed=0, records=recs))])
+        out.append(_batch(c, f"fuzz-{i}", recs))
     return out
 
 
