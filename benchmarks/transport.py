@@ -14,6 +14,10 @@ Throughput (messages per second, sender start to the receiver holding the last o
 
 Rounds alternate raw/ours so a busy machine slows both alike; medians are reported. Target: ratio >= 0.5.
 
+Each side alone: the actor's ``send_many`` with no learner listening (wrap, encode, spool write) and the
+learner's handling of ready batches in one process (decode, validate, de-duplicate, keep), so a reader sees
+which side bounds the end-to-end figure.
+
 Latency: adapter export (``Announcer.publish``) -> a subscriber in another process receiving it
 (:func:`announcement_latency`). Pass ``--consume module:function`` to time "receiving and using it": the
 function is called in the subscriber process with each :class:`AdapterAnnouncement` (e.g. load the adapter
@@ -157,6 +161,54 @@ def run_ours(records: list, batch: int, capacity: int, cfg: TransportConfig) -> 
                        if k in tx_stats}}
 
 
+# ------------------------------------------------------------------------------------------- per side alone
+
+
+def sender_alone(records: list, batch: int, cfg: TransportConfig) -> float:
+    """Messages/s of send_many with no learner listening: wrap, encode, spool write (the actor's own cost)."""
+    cfg = cfg.model_copy(update={"transitions_addr": "tcp://127.0.0.1:9"})  # nothing listens there
+    with tempfile.TemporaryDirectory(prefix="automem-bench-spool-") as spool:
+        tx = TransitionSender(cfg, "bench-actor", spool_dir=spool, background=False)
+        t0 = time.perf_counter()
+        for i in range(0, len(records), batch):
+            tx.send_many(records[i:i + batch])
+        dt = time.perf_counter() - t0
+        tx.close()
+    return len(records) / dt
+
+
+def receiver_alone(records: list, batch: int, cfg: TransportConfig) -> float:
+    """Messages/s of the learner's handling of ready batches in one process, no socket: envelope checks, decode
+    and validation into typed records, de-duplication, into a kept list (the learner's own cost)."""
+    from automem_jax.transport.blocks import RecordBlock
+    from automem_jax.transport.messages import DataBatch
+
+    codec = Codec()
+    msgs = []
+    for i in range(0, len(records), batch):
+        blk = RecordBlock.encode([transition_msg(t, "bench-actor") for t in records[i:i + batch]], codec.encode_into)
+        blk.number(i + 1)
+        header = codec.encode(DataBatch(msg_id=f"b/{i}", sender="bench-actor", stream="bench", first_seq=i + 1,
+                                        committed=0, count=len(blk)))
+        msgs.append([b"peer", header, memoryview(blk.data)])
+    rx = TransitionReceiver(cfg)
+    try:
+        rx._send_ack = lambda *a, **k: None  # no peer to answer in this measurement
+        out: list = []
+        gc_was = gc.isenabled()
+        gc.disable()  # as recv() does while it decodes
+        t0 = time.perf_counter()
+        for m in msgs:
+            rx._handle(m, out, {})
+        dt = time.perf_counter() - t0
+        if gc_was:
+            gc.enable()
+        assert len(out) == len(records)
+    finally:
+        rx.close()
+    return len(records) / dt
+
+
 # ------------------------------------------------------------------------------------------------ latency
 
 
@@ -271,6 +323,11 @@ def main(argv: list[str] | None = None) -> int:
     mb = our_rate * mean_size / 1e6
     print(f"throughput: ours {our_rate:,.0f} msg/s ({mb:.0f} MB/s) vs raw pyzmq {raw_rate:,.0f} msg/s; "
           f"target ratio >= {TARGET} ({'met' if ratio >= TARGET else 'NOT met'})", flush=True)
+    alone_tx = statistics.median(sender_alone(records, args.batch, cfg) for _ in range(3))
+    alone_rx = statistics.median(receiver_alone(records, args.batch, cfg) for _ in range(3))
+    print(f"each side alone, one process, no network: actor send_many {alone_tx:,.0f} msg/s "
+          f"({1e6 / alone_tx:.2f} us/msg), learner receive {alone_rx:,.0f} msg/s ({1e6 / alone_rx:.2f} us/msg); "
+          f"raw pyzmq end to end {1e6 / raw_rate:.2f} us/msg", flush=True)
 
     adapter_path = None
     if args.tiny_model:
@@ -288,7 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "mean_bytes": mean_size, "raw": raw, "ours": ours,
                                                "raw_msgs_per_s": raw_rate, "ours_msgs_per_s": our_rate,
-                                               "ratio": ratio, "latency": lat}, indent=2))
+                                               "ratio": ratio, "latency": lat,
+                                               "sender_alone_msgs_per_s": alone_tx,
+                                               "receiver_alone_msgs_per_s": alone_rx}, indent=2))
     print(f"ratio={ratio:.3f}")
     return 0
 
