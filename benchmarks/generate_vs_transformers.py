@@ -10,6 +10,10 @@ of each is reported (robust to background load on a shared machine), with the ra
     python benchmarks/generate_vs_transformers.py --model /path/to/hf_dir --batch 1 4 --new-tokens 64
     python benchmarks/generate_vs_transformers.py --model tiny-llama     # small random llama (fast)
 
+Each batch also reports a floor: the time of one decode step's matrix products alone under XLA (random
+weights of the model's shapes, no attention or sampling), next to the step time the 3x target allows, so a
+reader can see whether the target is reachable with float32 XLA matmuls on the machine at hand.
+
 Writes a JSON summary with ``--out``.
 """
 
@@ -25,6 +29,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+TARGET = 3.0  # issue 4: ours / transformers tokens per second, batch 1 and 8
 
 PROMPTS = [
     "Explain why the sky is blue in simple terms.",
@@ -62,6 +68,45 @@ def torch_reference(name_or_path: str):
     model.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()}, strict=False)
     model.tie_weights()
     return model
+
+
+def matmul_floor_s(config, batch: int, repeats: int = 20) -> float:
+    """Seconds of one decode step's matrix products alone (q, k, v, o, gate, up, down per layer, then the LM
+    head) for ``batch`` rows, in float32 under XLA on this device: random weights of the model's shapes, one
+    jitted call, best of ``repeats``. No attention, norms, RoPE or sampling: a floor for any XLA decode step."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    c = config
+    qd, kvd = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
+    keys = iter(jax.random.split(jax.random.key(0), 8 * c.num_layers + 1))
+
+    def w(i: int, o: int) -> jax.Array:
+        return jax.random.normal(next(keys), (i, o), jnp.float32) * 0.02
+
+    shapes = [(c.hidden_size, qd), (c.hidden_size, kvd), (c.hidden_size, kvd), (qd, c.hidden_size),
+              (c.hidden_size, c.intermediate_size), (c.hidden_size, c.intermediate_size),
+              (c.intermediate_size, c.hidden_size)]  # fmt: skip
+    layers = [[w(i, o) for i, o in shapes] for _ in range(c.num_layers)]
+    head = w(c.hidden_size, c.vocab_size)
+
+    @jax.jit
+    def step(x, layers, head):
+        for q, k, v, o, g, u, d in layers:
+            a = (x @ q)[:, :qd] + jnp.sum(x @ k) + jnp.sum(x @ v)  # keep k and v live
+            x = x + a @ o
+            x = x + (jax.nn.silu(x @ g) * (x @ u)) @ d
+        return x @ head
+
+    x = jnp.ones((batch, c.hidden_size), jnp.float32)
+    step(x, layers, head).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        step(x, layers, head).block_until_ready()
+        times.append(time.perf_counter() - t)
+    return float(np.min(times))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,9 +174,16 @@ def main(argv: list[str] | None = None) -> int:
         row = dict(batch=B, new_tokens=N, prompt_tokens=[len(e) for e in enc], ours_tok_s=ours_tps,
                    transformers_tok_s=base_tps, ratio=ours_tps / base_tps, ratio_of_medians=med,
                    ours_compile_s=compile_s, ours_runs_s=ours, transformers_runs_s=base)  # fmt: skip
+        floor = matmul_floor_s(model.config, B)
+        # per generated token of one row: transformers' time, what the target allows, and the matmul floor
+        base_step = B / base_tps
+        row.update(matmul_floor_step_s=floor, transformers_step_s=base_step, target_step_s=base_step / TARGET)
         rows.append(row)
         print(f"batch {B:>2}: ours {ours_tps:8.1f} tok/s | transformers {base_tps:8.1f} tok/s | "
               f"ratio {ours_tps / base_tps:5.2f}x (of medians {med:.2f}x) | ours first call incl. compile {compile_s:.1f}s", flush=True)  # fmt: skip
+        print(f"          per decode step: transformers {base_step * 1e3:.1f} ms, {TARGET:.0f}x target needs <= "
+              f"{base_step / TARGET * 1e3:.1f} ms, ours {B / ours_tps * 1e3:.1f} ms; the step's matmuls alone under XLA "
+              f"take {floor * 1e3:.1f} ms", flush=True)  # fmt: skip
     summary = dict(
         model=args.model, device=str(jax.devices()[0]), torch_threads=torch.get_num_threads(), rows=rows
     )
