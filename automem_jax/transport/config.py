@@ -29,8 +29,8 @@ class SpoolConfig(Config):
 
     dir: str = "runs/spool"  # one sub-directory per sender id is created below it
     max_bytes: int = Field(1024 * MiB, gt=0)  # send() raises SpoolFullError past this (after send_timeout_s)
-    segment_bytes: int = Field(16 * MiB, gt=0)  # a segment file is closed (and fsync'd) past this size
-    fsync_interval_s: float = Field(1.0, ge=0)  # 0 = fsync after every record; records reach the OS at once anyway
+    segment_bytes: int = Field(16 * MiB, gt=0)  # a segment file is closed past this size (then fsync'd off-thread)
+    fsync_interval_s: float = Field(1.0, ge=0)  # background fsync period; 0 = fsync each append before it returns
     cache_bytes: int = Field(64 * MiB, ge=0)  # recent records kept in memory so sends and replays avoid disk reads
     meta_interval_s: float = Field(0.5, ge=0)  # how often the acknowledged position is persisted
 
