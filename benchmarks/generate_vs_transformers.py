@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from torch_reference import torch_reference  # benchmarks/torch_reference.py, beside this script
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
@@ -42,32 +44,6 @@ PROMPTS = [
     "Summarise the plot of a heist movie in two sentences.",
     "Why do people keep diaries?",
 ]
-
-
-def torch_reference(name_or_path: str):
-    """A transformers model with exactly the weights our loader uses (dequantised GGUF or HF dir)."""
-    import torch
-    from transformers import (
-        AutoModelForCausalLM,
-        LlamaConfig,
-        LlamaForCausalLM,
-        Qwen2Config,
-        Qwen2ForCausalLM,
-    )
-
-    from automem_jax.models.weights import read_gguf, resolve
-
-    kind, path = resolve(name_or_path)
-    if kind == "hf":
-        return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
-    cfg, tensors = read_gguf(path)
-    cls_cfg, cls = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[
-        cfg["model_type"]
-    ]
-    model = cls(cls_cfg(**{k: v for k, v in cfg.items() if k not in ("architectures", "model_type")})).eval()
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()}, strict=False)
-    model.tie_weights()
-    return model
 
 
 def matmul_floor_s(config, batch: int, repeats: int = 20) -> float:
@@ -139,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     model, tok = load_pretrained(name)
     print(f"loaded {args.model} in {time.perf_counter() - t:.1f}s; jax {jax.__version__} on {jax.devices()[0]}, "
           f"torch {torch.__version__} threads={torch.get_num_threads()}")  # fmt: skip
-    ref = torch_reference(name)
+    ref = torch_reference(name).eval()
     gen = Generator(model, tok, eos_ids=())  # no EOS: both sides generate exactly new_tokens
     N = args.new_tokens
     rows = []

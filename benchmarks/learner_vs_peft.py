@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from torch_reference import torch_reference  # benchmarks/torch_reference.py, beside this script
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
@@ -38,30 +40,6 @@ def resolve_model(name: str) -> str:
                               num_kv_heads=4, head_dim=32, tie_word_embeddings=True)  # fmt: skip
         return str(d)
     return name
-
-
-def torch_model(name_or_path: str, dtype):
-    """A transformers model holding exactly the weights our loader reads (dequantised GGUF or HF dir)."""
-    import torch
-    from transformers import (
-        AutoModelForCausalLM,
-        LlamaConfig,
-        LlamaForCausalLM,
-        Qwen2Config,
-        Qwen2ForCausalLM,
-    )
-
-    from automem_jax.models.weights import read_gguf, resolve
-
-    kind, path = resolve(name_or_path)
-    if kind == "hf":
-        return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa")
-    cfg, tensors = read_gguf(path)
-    cls_cfg, cls = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[cfg["model_type"]]
-    model = cls(cls_cfg(**{k: v for k, v in cfg.items() if k not in ("architectures", "model_type")}))
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()}, strict=False)
-    model.tie_weights()
-    return model.to(dtype)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         return tokens_per_step * args.steps / (time.perf_counter() - t)
 
     # ---- transformers + peft
-    tm = torch_model(name, tdtype)
+    tm = torch_reference(name, tdtype, attn_implementation="sdpa")
     tm.config.use_cache = False
     pm = get_peft_model(tm, PeftLoraConfig(r=args.r, lora_alpha=args.alpha, lora_dropout=0.0, target_modules=TARGETS,
                                            task_type="CAUSAL_LM"))  # fmt: skip
