@@ -401,27 +401,12 @@ class Codec:
                 except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, MemoryError, ValueError):
                     msg = None
                 else:
-                    if not (type(msg) is TransitionMsg and msg.msg_id == msg.transition.id and msg.sender) and \
-                            check_semantics(msg):
+                    if check_semantics(msg):  # its first test is the transition hot path
                         msg = None
             if msg is None:  # not the common case: classify and count the reason (or accept a rarer valid form)
                 msg = self.decode(view[body:nxt], DATA_TYPES)  # type: ignore[assignment]
             out.append(msg)
         return out
-
-    def decode_record(self, frame: bytes | memoryview) -> TransitionMsg | EpisodeSummaryMsg | None:
-        """:meth:`decode` for one record of a batch, with a fast path for the common, valid case."""
-        if len(frame) <= self.max_message_bytes and frame[:4] == PREFIX:
-            try:
-                msg = self._dec_data.decode(frame[4:])
-            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, MemoryError, ValueError):
-                pass  # classify and count below
-            else:
-                if type(msg) is TransitionMsg and msg.msg_id == msg.transition.id and msg.sender:
-                    return msg
-                if not check_semantics(msg):
-                    return msg
-        return self.decode(frame, DATA_TYPES)  # type: ignore[return-value]
 
 
 MAX_POSITION = 2**62  # stream positions and versions above this are hostile or corrupt

@@ -266,9 +266,7 @@ class TransitionSender:
 
     def _encode_into(self, m: Any, buf: bytearray) -> None:
         """Append the record's frame to ``buf`` (a block being built); raises before anything is spooled."""
-        if type(m) is Transition:
-            m = TransitionMsg(msg_id=m.id, sender=self.sender_id, transition=m)
-        elif isinstance(m, Transition):
+        if isinstance(m, Transition):
             m = transition_msg(m, self.sender_id)
         elif isinstance(m, EpisodeSummary):
             m = summary_msg(m, self.sender_id)
