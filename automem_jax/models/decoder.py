@@ -179,6 +179,8 @@ def _attention(qg, keys, values, q_slots, k_slots, q_seg, k_seg, dtype):
     """qg [B, T, KV, G, D], keys/values [B, KV, S, D] -> [B, T, KV, G, D]. A query attends to a key iff the
     key's slot is not after the query's and both share a non-zero segment id."""
     D = qg.shape[-1]
+    if qg.shape[1] == 1:
+        return _decode_attention(qg, keys, values, q_slots, k_slots, q_seg, k_seg, dtype)
     scores = jnp.einsum("btkgd,bksd->bkgts", qg, keys).astype(jnp.float32) * (D**-0.5)
     allowed = (
         (k_slots[None, None, :] <= q_slots[None, :, None])
@@ -190,6 +192,20 @@ def _attention(qg, keys, values, q_slots, k_slots, q_seg, k_seg, dtype):
     # Padding queries (nothing allowed) get zero attention output rather than a uniform average.
     probs = jnp.where(jnp.any(allowed, axis=-1)[:, None, None, :, None], probs, 0.0).astype(dtype)
     return jnp.einsum("bkgts,bksd->btkgd", probs, values)
+
+
+def _decode_attention(qg, keys, values, q_slots, k_slots, q_seg, k_seg, dtype):
+    """:func:`_attention` for one query per row (a decode step), with the length-1 time axis dropped: XLA's
+    CPU dots then run the grouped heads as one [G, D] x [D, S] product per (row, kv head), which halves the
+    attention time of a batch-8 decode step against the 5-d form."""
+    D = qg.shape[-1]
+    q = qg[:, 0]  # [B, KV, G, D]
+    scores = jnp.einsum("bkgd,bksd->bkgs", q, keys).astype(jnp.float32) * (D**-0.5)
+    allowed = (k_slots[None, :] <= q_slots[0]) & (k_seg == q_seg[:, :1]) & (k_seg != 0)  # [B, S]
+    scores = jnp.where(allowed[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1)
+    probs = jnp.where(jnp.any(allowed, axis=-1)[:, None, None, None], probs, 0.0).astype(dtype)
+    return jnp.einsum("bkgs,bksd->bkgd", probs, values)[:, None]
 
 
 def _chunked_attention(qg, keys, values, q_slots, k_slots, q_seg, k_seg, chunk: int, dtype):

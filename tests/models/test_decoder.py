@@ -206,3 +206,26 @@ def test_lora_dropout_loaded_model_trains_stochastically(tiny_qwen2):
     set_lora_dropout(model, True)
     a, b = fwd(model, ids), fwd(model, ids)
     assert not np.array_equal(a, b)  # the RNG stream advances between steps
+
+
+def test_decode_step_attention_equals_the_general_form():
+    """The one-query path (decode steps) gives what the general [B, T, ...] attention gives for T = 1, with
+    left padding, a second segment and a row that has no visible key."""
+    from automem_jax.models import decoder as dec
+
+    rng = np.random.default_rng(3)
+    B, KV, G, S, D = 3, 2, 3, 12, 16
+    qg = jnp.asarray(rng.standard_normal((B, 1, KV, G, D)), jnp.float32)
+    keys = jnp.asarray(rng.standard_normal((B, KV, S, D)), jnp.float32)
+    values = jnp.asarray(rng.standard_normal((B, KV, S, D)), jnp.float32)
+    k_seg = jnp.asarray(np.array([[0] * 4 + [1] * 8, [1] * 5 + [2] * 7, [0] * 9 + [1] * 3]), jnp.int32)
+    q_seg = jnp.asarray(np.array([[1], [2], [0]]), jnp.int32)  # the last row is padding: zero output
+    q_slots, k_slots = jnp.asarray([9], jnp.int32), jnp.arange(S, dtype=jnp.int32)
+    fast = dec._decode_attention(qg, keys, values, q_slots, k_slots, q_seg, k_seg, jnp.float32)
+    # the general form, with T = 2 (a copy of the query) so the one-query path is not taken
+    general = dec._attention(jnp.concatenate([qg, qg], 1), keys, values, jnp.concatenate([q_slots, q_slots]),
+                             k_slots, jnp.concatenate([q_seg, q_seg], 1), k_seg, jnp.float32)[:, :1]
+    assert fast.shape == qg.shape
+    np.testing.assert_allclose(fast, general, atol=1e-6)
+    assert not np.any(np.asarray(fast[2]))
+    assert np.all(np.abs(np.asarray(fast[:2])).sum(axis=(1, 2, 3, 4)) > 0)
