@@ -92,6 +92,7 @@ class Actor:
         self.adapter_version = 0
         self.schema_version = self.agent.schema.version
         self.started = time.time()
+        self.last_progression: float | None = None  # of the last finished episode (status file)
         self.totals = {"episodes": 0, "steps": 0, "transitions": 0}
 
     # ------------------------------------------------------------------------------------ versions
@@ -216,25 +217,32 @@ class Actor:
         for k, v in self.tx.stats().items():
             tb.scalar(f"perf/transport_{k.replace('/', '_')}", float(v), e)
         tb.flush()
-        write_status(self.cfg.run_dir, self.actor_id, {
-            **self.totals, "adapter_version": self.adapter_version, "schema_version": self.schema_version,
-            "last_progression": res.progression, "spool_pending": self.tx.pending,
-            "uptime_s": time.time() - self.started,
-        })
+        self.last_progression = res.progression
+        self.write_status()
         print(f"[{self.actor_id}] episode {e} seed={summary.seed} steps={res.steps} prog={res.progression:.3f} "
               f"adapter=v{self.adapter_version} schema=v{self.schema_version} {res.wall_s:.1f}s "
               f"spool={self.tx.pending}", flush=True)
 
     def run(self, episodes: int | None = None) -> int:
         self.apply_announcements(first=True)
-        write_status(self.cfg.run_dir, self.actor_id, {**self.totals, "adapter_version": self.adapter_version,
-                                                       "schema_version": self.schema_version})
+        self.write_status()
         played = 0
         while not self.stop() and (episodes is None or played < episodes):
             self.play_one()
             played += 1
+            before = (self.adapter_version, self.schema_version)
             self.apply_announcements()
+            if (self.adapter_version, self.schema_version) != before:
+                self.write_status()  # the launcher sees the versions the next episode plays with at once
         return played
+
+    def write_status(self) -> None:
+        """``<run>/status/<actor>.json`` for the launcher: totals and the versions this actor plays with now."""
+        write_status(self.cfg.run_dir, self.actor_id, {
+            **self.totals, "adapter_version": self.adapter_version, "schema_version": self.schema_version,
+            "last_progression": self.last_progression, "spool_pending": self.tx.pending,
+            "uptime_s": time.time() - self.started,
+        })
 
     def close(self) -> None:
         self.tx.close(flush_timeout_s=10.0)

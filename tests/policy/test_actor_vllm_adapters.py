@@ -159,3 +159,26 @@ def test_designated_loader_is_configurable(tmp_path: Path, server: FakeOpenAISer
         assert a1.adapter_version == 1 and server.adapters == {NAME: p1}
     finally:
         a1.close()
+
+
+def test_status_file_shows_a_new_adapter_as_soon_as_it_is_applied(tmp_path: Path, server: FakeOpenAIServer,
+                                                                   announcer: Announcer) -> None:
+    """The launcher's status line and its "picked up by every actor" stop read the actor's status file: it must
+    name the version the actor plays *now*, written when the adapter is applied between episodes, not only
+    when the next episode ends."""
+    from automem_jax.status import read_statuses
+
+    a0 = _actor(tmp_path, 0, server, announcer)
+    p1 = _adapter(tmp_path, 1)
+
+    def episode_during_which_v1_is_announced() -> None:  # stands in for play_one (no game needed here)
+        announcer.publish(adapter_announcement(1, p1, "base-model"))
+        assert a0.sub.wait_for("adapter", 1, 5) is not None
+
+    a0.play_one = episode_during_which_v1_is_announced  # type: ignore[method-assign]
+    try:
+        assert a0.run(episodes=1) == 1
+        st = read_statuses(tmp_path / "run")["actor-0"]
+        assert st["adapter_version"] == 1 and a0.adapter_version == 1
+    finally:
+        a0.close()
