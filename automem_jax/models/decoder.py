@@ -177,35 +177,26 @@ class KVCache:
 
 def _attention(qg, keys, values, q_slots, k_slots, q_seg, k_seg, dtype):
     """qg [B, T, KV, G, D], keys/values [B, KV, S, D] -> [B, T, KV, G, D]. A query attends to a key iff the
-    key's slot is not after the query's and both share a non-zero segment id."""
-    D = qg.shape[-1]
-    if qg.shape[1] == 1:
-        return _decode_attention(qg, keys, values, q_slots, k_slots, q_seg, k_seg, dtype)
-    scores = jnp.einsum("btkgd,bksd->bkgts", qg, keys).astype(jnp.float32) * (D**-0.5)
+    key's slot is not after the query's and both share a non-zero segment id.
+
+    The T queries of the G heads sharing a kv head are laid out as one [T*G, D] matrix per (row, kv head),
+    so both products are plain batched [T*G, D] x [D, S] dots. On XLA's CPU backend this is about twice as
+    fast as the 5-d einsum for a decode step (T = 1) and 10-35% faster for prefill and training."""
+    B, T, KV, G, D = qg.shape
+    q = jnp.moveaxis(qg, 1, 2).reshape(B, KV, T * G, D)
+    scores = jnp.einsum("bkqd,bksd->bkqs", q, keys).astype(jnp.float32) * (D**-0.5)
+    scores = scores.reshape(B, KV, T, G, -1)
     allowed = (
         (k_slots[None, None, :] <= q_slots[None, :, None])
         & (k_seg[:, None, :] == q_seg[:, :, None])
         & (k_seg[:, None, :] != 0)
     )  # [B, T, S]
-    scores = jnp.where(allowed[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
+    scores = jnp.where(allowed[:, None, :, None, :], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1)
     # Padding queries (nothing allowed) get zero attention output rather than a uniform average.
-    probs = jnp.where(jnp.any(allowed, axis=-1)[:, None, None, :, None], probs, 0.0).astype(dtype)
-    return jnp.einsum("bkgts,bksd->btkgd", probs, values)
-
-
-def _decode_attention(qg, keys, values, q_slots, k_slots, q_seg, k_seg, dtype):
-    """:func:`_attention` for one query per row (a decode step), with the length-1 time axis dropped: XLA's
-    CPU dots then run the grouped heads as one [G, D] x [D, S] product per (row, kv head), which halves the
-    attention time of a batch-8 decode step against the 5-d form."""
-    D = qg.shape[-1]
-    q = qg[:, 0]  # [B, KV, G, D]
-    scores = jnp.einsum("bkgd,bksd->bkgs", q, keys).astype(jnp.float32) * (D**-0.5)
-    allowed = (k_slots[None, :] <= q_slots[0]) & (k_seg == q_seg[:, :1]) & (k_seg != 0)  # [B, S]
-    scores = jnp.where(allowed[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1)
-    probs = jnp.where(jnp.any(allowed, axis=-1)[:, None, None, None], probs, 0.0).astype(dtype)
-    return jnp.einsum("bkgs,bksd->bkgd", probs, values)[:, None]
+    probs = jnp.where(jnp.any(allowed, axis=-1)[:, None, :, None, None], probs, 0.0).astype(dtype)
+    out = jnp.einsum("bkqs,bksd->bkqd", probs.reshape(B, KV, T * G, -1), values)
+    return jnp.moveaxis(out.reshape(B, KV, T, G, D), 2, 1)
 
 
 def _chunked_attention(qg, keys, values, q_slots, k_slots, q_seg, k_seg, chunk: int, dtype):

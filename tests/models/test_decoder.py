@@ -208,24 +208,36 @@ def test_lora_dropout_loaded_model_trains_stochastically(tiny_qwen2):
     assert not np.array_equal(a, b)  # the RNG stream advances between steps
 
 
-def test_decode_step_attention_equals_the_general_form():
-    """The one-query path (decode steps) gives what the general [B, T, ...] attention gives for T = 1, with
-    left padding, a second segment and a row that has no visible key."""
+def _reference_attention(qg, keys, values, q_slots, k_slots, q_seg, k_seg):
+    """Masked grouped-query attention written out with numpy loops (the definition _attention implements)."""
+    B, T, KV, G, D = qg.shape
+    out = np.zeros(qg.shape, np.float64)
+    for b, t, k, g in np.ndindex(B, T, KV, G):
+        ok = (k_slots <= q_slots[t]) & (k_seg[b] == q_seg[b, t]) & (k_seg[b] != 0)
+        if not ok.any():
+            continue  # a padding query: zero output
+        s = keys[b, k][ok] @ qg[b, t, k, g] / np.sqrt(D)
+        p = np.exp(s - s.max())
+        out[b, t, k, g] = (p / p.sum()) @ values[b, k][ok]
+    return out
+
+
+@pytest.mark.parametrize("T", [1, 3])  # a decode step and a short prefill
+def test_attention_matches_a_reference_with_padding_and_segments(T):
+    """Left padding, a second segment and a row with no visible key (which must output zero)."""
     from automem_jax.models import decoder as dec
 
     rng = np.random.default_rng(3)
     B, KV, G, S, D = 3, 2, 3, 12, 16
-    qg = jnp.asarray(rng.standard_normal((B, 1, KV, G, D)), jnp.float32)
-    keys = jnp.asarray(rng.standard_normal((B, KV, S, D)), jnp.float32)
-    values = jnp.asarray(rng.standard_normal((B, KV, S, D)), jnp.float32)
-    k_seg = jnp.asarray(np.array([[0] * 4 + [1] * 8, [1] * 5 + [2] * 7, [0] * 9 + [1] * 3]), jnp.int32)
-    q_seg = jnp.asarray(np.array([[1], [2], [0]]), jnp.int32)  # the last row is padding: zero output
-    q_slots, k_slots = jnp.asarray([9], jnp.int32), jnp.arange(S, dtype=jnp.int32)
-    fast = dec._decode_attention(qg, keys, values, q_slots, k_slots, q_seg, k_seg, jnp.float32)
-    # the general form, with T = 2 (a copy of the query) so the one-query path is not taken
-    general = dec._attention(jnp.concatenate([qg, qg], 1), keys, values, jnp.concatenate([q_slots, q_slots]),
-                             k_slots, jnp.concatenate([q_seg, q_seg], 1), k_seg, jnp.float32)[:, :1]
-    assert fast.shape == qg.shape
-    np.testing.assert_allclose(fast, general, atol=1e-6)
-    assert not np.any(np.asarray(fast[2]))
-    assert np.all(np.abs(np.asarray(fast[:2])).sum(axis=(1, 2, 3, 4)) > 0)
+    qg = rng.standard_normal((B, T, KV, G, D)).astype(np.float32)
+    keys = rng.standard_normal((B, KV, S, D)).astype(np.float32)
+    values = rng.standard_normal((B, KV, S, D)).astype(np.float32)
+    k_seg = np.array([[0] * 4 + [1] * 8, [1] * 5 + [2] * 7, [0] * 9 + [1] * 3], np.int32)
+    q_seg = np.array([[1] * T, [2] * T, [0] * T], np.int32)  # the last row is padding: zero output
+    q_slots, k_slots = np.arange(9, 9 + T, dtype=np.int32), np.arange(S, dtype=np.int32)
+    got = dec._attention(*map(jnp.asarray, (qg, keys, values, q_slots, k_slots, q_seg, k_seg)), jnp.float32)
+    assert got.shape == qg.shape
+    np.testing.assert_allclose(got, _reference_attention(qg, keys, values, q_slots, k_slots, q_seg, k_seg),
+                               atol=1e-6)
+    assert not np.any(np.asarray(got[2]))
+    assert np.all(np.abs(np.asarray(got[:2])).sum(axis=(1, 2, 3, 4)) > 0)
